@@ -1,0 +1,132 @@
+"""The consumer thread: pops from the consumed queues while the controller has prefetch
+credit, and hands the deliveries over. Each pop also records the messages in ``unacked`` in
+the same atomic step (see ``transport/lua/pop.lua``), so a crash at any instant loses nothing.
+
+When the queues are empty it blocks on the first queue with a non-destructive ``BLMOVE``
+peek instead of polling. On a lost connection it backs off (capped) and logs once per outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from tq import faults
+from tq.exceptions import TransportError
+from tq.transport.redis import Delivery, RedisTransport
+
+logger = logging.getLogger(__name__)
+
+#: Most messages taken in one pop script call.
+BATCH_MAX = 64
+#: Reconnect backoff (seconds): first wait and cap.
+BACKOFF_FIRST = 0.2
+BACKOFF_CAP = 5.0
+
+
+class Consumer:
+    """Pops for the controller.
+
+    Args:
+        transport: a transport of its own (its blocking connection is used here only).
+        queues: callable returning the queues to consume now (changes with add/cancel).
+        credit: callable returning how many more messages the controller will take.
+        deliver: callable receiving each non-empty batch.
+        credit_event: set by the controller whenever credit becomes available.
+    """
+
+    def __init__(
+        self,
+        transport: RedisTransport,
+        queues: Callable[[], list[str]],
+        credit: Callable[[], int],
+        deliver: Callable[[list[Delivery]], None],
+        credit_event: threading.Event,
+        on_connection: Callable[[bool, str | None], None] | None = None,
+        limit: Callable[[], int] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.queues = queues
+        self.credit = credit
+        self.deliver = deliver
+        self.credit_event = credit_event
+        self.on_connection = on_connection
+        self.limit = limit
+        self._recent_full = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.connected = True
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tq-consumer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.credit_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def _run(self) -> None:
+        backoff = BACKOFF_FIRST
+        while not self._stop.is_set():
+            try:
+                self._cycle()
+                if not self.connected:
+                    logger.warning("Connection to broker restored: consuming again")
+                    self._set_connected(True, None)
+                backoff = BACKOFF_FIRST
+            except TransportError as exc:
+                if self.connected:
+                    logger.error("Connection to broker lost: %s; retrying with backoff", exc)
+                    self._set_connected(False, str(exc))
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_CAP)
+            except Exception:
+                logger.exception("Consumer loop error; continuing")
+                self._stop.wait(1.0)
+
+    def low_water(self) -> int:
+        """Below this much credit a busy consumer waits briefly for more (batching)."""
+        return max((self.limit() if self.limit else 2) // 2, 1)
+
+    def _set_connected(self, ok: bool, error: str | None) -> None:
+        self.connected = ok
+        if self.on_connection is not None:
+            self.on_connection(ok, error)
+
+    def _cycle(self) -> None:
+        credit = self.credit()
+        queues = self.queues()
+        if 0 < credit < self.low_water() and self._recent_full:
+            # Let credit build up to half the limit so pops come in batches, not one by one.
+            self.credit_event.clear()
+            self.credit_event.wait(0.002)
+            credit = self.credit()
+        if credit <= 0 or not queues:
+            self.credit_event.clear()
+            if self.credit() <= 0 or not self.queues():
+                self.credit_event.wait(0.5)
+            return
+        batch = self.transport.pop(queues, min(credit, BATCH_MAX))
+        self._recent_full = len(batch) >= min(credit, BATCH_MAX)
+        if batch:
+            faults.hit("after_pop")
+            self.deliver(batch)
+            return
+        timeout = (
+            self.transport.idle_wait if len(queues) == 1 else min(self.transport.idle_wait, 0.2)
+        )
+        self.transport.wait(queues, timeout)
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()

@@ -1,0 +1,1 @@
+"""Fault-injection suite (issue 9): RELIABILITY.md's matrix against real processes."""

@@ -1,0 +1,1 @@
+"""Worker-runtime tests (issue 3): real processes on real Redis."""
