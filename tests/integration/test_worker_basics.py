@@ -207,11 +207,6 @@ def test_headless_worker_subprocess_runs_tasks_and_exits_cleanly_on_sigterm(
     assert worker.terminate() == 0, worker.output()[-2000:]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="solo pool: dispatch now stops at `stopping`, but the prefetched messages were not "
-    "seen back on the queue in a shared-database run; not yet explained",
-)
 def test_solo_warm_shutdown_gives_back_prefetched_messages_without_running_them(
     app: App, runtime: Callable[..., Runtime], ledger: tuple[str, str],
     redis_client: redis.Redis, run_until: Callable[..., Any],

@@ -25,13 +25,14 @@ from concurrent.futures import Future
 from multiprocessing.connection import wait
 from typing import Any
 
-from tq import signals, states
+from tq import faults, signals, states
 from tq.exceptions import (
     ContentDisallowed,
     NotRegistered,
     ProtocolError,
     TaskRevokedError,
     TimeLimitExceeded,
+    TransportError,
     WorkerLostError,
 )
 from tq.protocol.envelope import parse_envelope
@@ -50,8 +51,6 @@ logger = logging.getLogger(__name__)
 
 #: Longest the loop sleeps when nothing is due (seconds).
 MAX_TICK_S = 0.5
-#: Longest a solo-pool worker waits for an early ack to reach Redis before running the task.
-EARLY_ACK_WAIT_S = 2.0
 
 
 class Controller:
@@ -176,6 +175,21 @@ class Controller:
                 fut.set_result(fn())
             except Exception as exc:
                 fut.set_exception(exc)
+        self._take_inbox()
+        now = time.time()
+        with self.lock:
+            for req in self.timer.pop_due(now):
+                self._make_ready(req)
+            for req in self.buckets.release(time.monotonic()):
+                self.reserved.append(req)
+        self._dispatch()
+        self.flush()
+        for fn in self._on_tick:
+            self._safely(fn, now)
+        if self.credit() > 0:
+            self.credit_event.set()
+
+    def _take_inbox(self) -> None:
         while self._inbox:
             delivery = self._inbox.popleft()
             try:
@@ -189,18 +203,6 @@ class Controller:
                     delivery.raw,
                     f"worker error while receiving: {exc!r}",
                 )
-        now = time.time()
-        with self.lock:
-            for req in self.timer.pop_due(now):
-                self._make_ready(req)
-            for req in self.buckets.release(time.monotonic()):
-                self.reserved.append(req)
-        self._dispatch()
-        self.flush()
-        for fn in self._on_tick:
-            self._safely(fn, now)
-        if self.credit() > 0:
-            self.credit_event.set()
 
     def _safely(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
@@ -334,36 +336,50 @@ class Controller:
 
     # -- dispatching --------------------------------------------------------------------------
     def _dispatch(self) -> None:
-        while self.dispatching and not self.stopping and self.reserved and self.pool.idle() > 0:
-            with self.lock:
+        batch: list[Request] = []
+        with self.lock:
+            idle = self.pool.idle()
+            while self.dispatching and not self.stopping and self.reserved and idle > 0:
                 req = self.reserved.popleft()
                 if self._discard_if_revoked(req):
                     continue
                 req.state = states.STARTED
                 req.started_at = time.time()
                 self.active[req.tag] = req
-            if not req.acks_late:
-                req.acknowledged = True
-                self._acks.append(req.tag)
+                batch.append(req)
+                idle -= 1
                 if self.pool.name == "solo":
-                    self._ack_before_inline_run(req)
+                    break  # solo runs the job inside submit: one per step, then look again
+        if not batch:
+            return
+        self._ack_before_start([r for r in batch if not r.acks_late])
+        for req in batch:
             self.events.task("task-started", req.id, req.name, "")
             self.pool.submit(
                 Job(req.tag, req.payload(), req.name, req.soft_time_limit, req.time_limit)
             )
 
-    def _ack_before_inline_run(self, req: Request) -> None:
-        """The solo pool runs the job inside ``submit``, so an early ack handed to the acker
-        would only go out after the task: a crash mid-task would then run it again. Send it
-        first and wait (bounded), as Celery's solo pool acks before it calls the task."""
-        self.flush()
-        if not self.acker.drain(EARLY_ACK_WAIT_S):
+    def _ack_before_start(self, early: list[Request]) -> None:
+        """Early acknowledgement is written to Redis before the job reaches a child, in one
+        transaction for the step's batch. Handed to the acker thread instead, a job could start
+        before its ack went out, and a worker killed in that window would leave a message that
+        had already run in ``unacked``, to be restored and run a second time."""
+        if not early:
+            return
+        tags = [r.tag for r in early]
+        for req in early:
+            req.acknowledged = True
+        try:
+            faults.hit("before_ack")
+            self.transport.ack(tags)
+        except TransportError as exc:
             logger.warning(
-                "Could not acknowledge %s[%s] before running it (broker unreachable?); "
+                "Could not acknowledge %d message(s) before running them (%s); "
                 "the ack is retried in the background",
-                req.name,
-                req.id,
+                len(tags),
+                exc,
             )
+            self.acker.ack(tags)
 
     # -- outcomes -----------------------------------------------------------------------------
     def _on_outcome(self, outcome: Done | Lost) -> None:
@@ -543,7 +559,12 @@ class Controller:
         return tags
 
     def release_unstarted(self) -> int:
-        """Give back every held message that has not started (warm shutdown, restore order)."""
+        """Give back every held message that has not started (warm shutdown, restore order).
+
+        Deliveries the consumer handed over but the loop has not read yet are taken in first:
+        they are in ``unacked`` like the rest (a solo pool, busy running a task, leaves many
+        there), and would otherwise be left for the visibility timeout."""
+        self._take_inbox()
         with self.lock:
             held = list(self.reserved) + [r for _, r in self.timer] + self.buckets.drain()
             self.reserved.clear()

@@ -259,16 +259,14 @@ class Runtime(BrokerCommands):
         if self.consumer is not None:
             self.consumer.stop()
         if controller is not None:
-            controller.stopping = True
-            restored = controller.call(controller.release_unstarted, timeout=30)
-            if restored:
-                logger.warning("Restoring %d unacknowledged message(s)", restored)
-            deadline = time.monotonic() + timeout
-            while controller.active and time.monotonic() < deadline and not self._cold.is_set():
-                time.sleep(0.05)
+            self._give_back_and_wait(controller, timeout)
         self._stopped.set()
         if self._thread is not None:
             self._thread.join(5)
+        if controller is not None and not (self._thread and self._thread.is_alive()):
+            # Anything that reached the controller after the first release (a delivery in
+            # flight from the consumer) goes back too; the loop has ended, so call directly.
+            self._log_restored(controller.release_unstarted())
         if controller is not None and controller.active:
             self._abandon_active(controller)
         else:
@@ -280,6 +278,19 @@ class Runtime(BrokerCommands):
         self.state = "stopped"
         signals.worker_shutdown.send(sender=self)
         self._stop_requested.set()
+
+    def _give_back_and_wait(self, controller: Controller, timeout: float) -> None:
+        """Stop dispatching, restore what has not started, wait for running tasks."""
+        controller.stopping = True
+        self._log_restored(controller.call(controller.release_unstarted, timeout=30))
+        deadline = time.monotonic() + timeout
+        while controller.active and time.monotonic() < deadline and not self._cold.is_set():
+            time.sleep(0.05)
+
+    @staticmethod
+    def _log_restored(restored: int) -> None:
+        if restored:
+            logger.warning("Restoring %d unacknowledged message(s)", restored)
 
     def _abandon_active(self, controller: Controller) -> None:
         """Cold shutdown (or a warm one past its timeout): kill the children; tasks that were
