@@ -54,6 +54,10 @@ READ_ONLY = frozenset(
 )
 #: Commands that are never answered (Celery sends no reply for these).
 NO_REPLY = frozenset({"heartbeat", "shutdown"})
+#: How often the control thread reads cluster-wide revokes that arrived in ``tq.revoked``
+#: since its last look (seconds). Pub/Sub keeps nothing: a revoke published while the
+#: subscription was reconnecting (a broker restart, a CLIENT KILL) reached nobody.
+REVOKE_SYNC_S = 2.0
 
 Handler = Callable[["Runtime", dict[str, Any]], Any]
 
@@ -353,6 +357,58 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+class RevokeSync:
+    """Picks up cluster-wide revokes from ``tq.revoked`` that the pidbox subscription missed.
+
+    ``Control.revoke`` without a destination stores each id scored by its expiry time before
+    it publishes. Every ``REVOKE_SYNC_S`` (and at once after the subscription comes back) this
+    reads only the entries scored above the highest score seen so far: usually nothing, one
+    small command. Ids the worker does not know yet are added to its revoked set, so a task
+    held in memory (ETA, reserved, waiting on a rate bucket) is discarded when it comes up.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.high: float | None = None
+        self.due = 0.0
+
+    def run(self, force: bool = False) -> int:
+        """Returns how many new ids were added (0 when it was not time yet or Redis failed)."""
+        mono = time.monotonic()
+        if not force and mono < self.due:
+            return 0
+        self.due = mono + REVOKE_SYNC_S
+        transport = self.rt.app.transport
+        key = transport.keys.revoked
+        try:
+            low: float | str = transport.server_time() if self.high is None else f"({self.high}"
+            rows = transport.client.zrangebyscore(key, low, "+inf", withscores=True)
+        except Exception as exc:  # the subscription loop reports outages; retry next time
+            logger.debug("Could not read %s: %s", key, exc)
+            return 0
+        if self.high is None:
+            self.high = float(low)
+        if not rows:
+            return 0
+        self.high = max(self.high, *(float(score) for _, score in rows))
+        ids = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw, _ in rows]
+        c = self.rt._ctl()
+
+        def add() -> list[str]:
+            now = time.time()
+            new = [i for i in ids if i not in c.revoked]
+            for task_id in new:
+                c.revoked.add(task_id, now)
+            return new
+
+        new = c.call(add)
+        if new:
+            logger.info(
+                "Revoked %d task id(s) found in %s (not heard on the pidbox)", len(new), key
+            )
+        return len(new)
+
+
 class ControlServer:
     """Serves remote-control requests on a thread of its own."""
 
@@ -369,6 +425,7 @@ class ControlServer:
         self._sub = Subscription(
             runtime.app.transport, [(proto.pidbox_exchange(self.namespace), "")]
         )
+        self._revokes = RevokeSync(runtime)
 
     def start(self) -> None:
         self._thread.start()
@@ -386,6 +443,7 @@ class ControlServer:
                 if lost:
                     logger.warning("Remote control subscription restored")
                     lost = False
+                    self._sync_revokes(force=True)
             except TransportError as exc:
                 if not lost:
                     logger.error("Remote control subscription lost: %s; retrying", exc)
@@ -397,6 +455,13 @@ class ControlServer:
                     self.handle(got[1])
                 except Exception:
                     logger.exception("Remote control request failed; ignored")
+            self._sync_revokes()
+
+    def _sync_revokes(self, force: bool = False) -> None:
+        try:
+            self._revokes.run(force)
+        except Exception:  # the controller may be stopping; never end the control loop
+            logger.debug("revoke sync failed", exc_info=True)
 
     def handle(self, payload: bytes) -> None:
         try:
