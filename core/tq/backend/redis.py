@@ -8,7 +8,10 @@ May use ``tq.transport.connection`` to build clients and nothing else of the tra
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -65,6 +68,9 @@ class RedisBackend:
         self.expires = int(expires or 0)
         self._client: redis.Redis | None = None
         self._store: Any = None
+        #: One subscriber connection per thread, kept between waits (a new PubSub per wait
+        #: would connect, and disconnect when closed: several round trips per ``get``).
+        self._local = threading.local()
 
     @property
     def client(self) -> redis.Redis:
@@ -74,6 +80,11 @@ class RedisBackend:
         return self._client
 
     def close(self) -> None:
+        pubsub = getattr(self._local, "pubsub", None)
+        self._local.pubsub = None
+        if pubsub is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                pubsub.close()
         if self._client is not None:
             self._client.close()
         self._client = None
@@ -128,10 +139,28 @@ class RedisBackend:
         with the same never-overwrite-SUCCESS script as ``store_meta``."""
         ttl = self.expires if expires is None else int(expires)
         client = self.client
-        pipe = client.pipeline(transaction=False)
-        for task_id, text in items:
-            self._store(keys=[self.key(task_id)], args=[text, ttl], client=pipe)
-        self._call(pipe.execute)
+        sha = self._store.sha
+        todo = list(items)
+        for _ in range(2):
+            # Plain EVALSHA: a registered script in a pipeline costs a SCRIPT EXISTS round
+            # trip on every execute. After a SCRIPT FLUSH or a new server, load and resend.
+            pipe = client.pipeline(transaction=False)
+            for task_id, text in todo:
+                pipe.evalsha(sha, 1, self.key(task_id), text, ttl)
+            replies = self._call(pipe.execute, raise_on_error=False)
+            missing = [
+                item
+                for item, r in zip(todo, replies, strict=True)
+                if isinstance(r, redis.exceptions.NoScriptError)
+            ]
+            for r in replies:
+                if isinstance(r, Exception) and not isinstance(r, redis.exceptions.NoScriptError):
+                    raise BackendError(f"result backend {mask_url(self.url)}: {r}")
+            if not missing:
+                return
+            self._call(client.script_load, _lua("store"))
+            todo = missing
+        raise BackendError(f"result backend {mask_url(self.url)}: the store script would not load")
 
     def forget(self, task_id: str) -> None:
         self._call(self.client.delete, self.key(task_id))
@@ -178,6 +207,31 @@ class RedisBackend:
         raws = self._call(self.client.mget, [self.key(t) for t in task_ids])
         return [m.loads_meta(r, t) for r, t in zip(raws, task_ids, strict=True)]
 
+    def _subscriber(self) -> Any:
+        """This thread's subscriber (made again after a fork or an error)."""
+        local = self._local
+        pubsub = getattr(local, "pubsub", None)
+        client = self.client
+        if pubsub is None or local.pid != os.getpid() or local.client is not client:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            local.pubsub, local.pid, local.client = pubsub, os.getpid(), client
+        return pubsub
+
+    def _release_subscriber(self, pubsub: Any, key: str, ok: bool) -> None:
+        """Unsubscribe, keeping the connection for the next wait; after an error (or an
+        interrupted wait, whose replies may be half read) drop it instead."""
+        if ok:
+            try:
+                pubsub.unsubscribe(key)
+                return
+            except redis.RedisError:
+                logger.debug("unsubscribe failed", exc_info=True)
+        self._local.pubsub = None
+        try:
+            pubsub.close()
+        except redis.RedisError:
+            logger.debug("closing the subscriber failed", exc_info=True)
+
     def wait_for(
         self,
         task_id: str,
@@ -193,8 +247,10 @@ class RedisBackend:
             TimeoutError: not ready within ``timeout`` seconds.
         """
         key = self.key(task_id)
+        channel = key.encode()
         deadline = None if timeout is None else time.monotonic() + timeout
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._subscriber()
+        ok = False
         try:
             self._call(pubsub.subscribe, key)
             meta = self.get_meta(task_id)
@@ -206,23 +262,23 @@ class RedisBackend:
                     on_message(meta)
                 last = meta
                 if meta.get("status") in states.READY_STATES:
+                    ok = True
                     return meta
                 wait = SAFETY_POLL_S
                 if deadline is not None:
                     wait = min(wait, deadline - time.monotonic())
                     if wait <= 0:
+                        ok = True
                         raise TimeoutError(
                             f"task {task_id} was not ready within {timeout} s "
                             f"(state {meta.get('status')})"
                         )
                 msg = self._call(pubsub.get_message, timeout=wait)
-                if msg is not None and msg.get("type") == "message":
-                    meta = m.loads_meta(msg["data"], task_id)
-                elif msg is None:
+                if msg is None:
                     meta = self.get_meta(task_id)
+                elif msg.get("type") == "message" and msg.get("channel") == channel:
+                    # (a message for an earlier wait's channel, published before its
+                    # unsubscribe was read, is skipped)
+                    meta = m.loads_meta(msg["data"], task_id)
         finally:
-            try:
-                pubsub.unsubscribe()
-                pubsub.close()
-            except redis.RedisError:
-                logger.debug("unsubscribe failed", exc_info=True)
+            self._release_subscriber(pubsub, key, ok)

@@ -39,6 +39,13 @@ class Acker:
     def start(self) -> None:
         self._thread.start()
 
+    def submit(self, results: list[tuple[str, str]], tags: list[str]) -> None:
+        """Queue results (written first) and acks in one hand-off (one wake-up)."""
+        with self._cond:
+            self._results.extend(results)
+            self._pending.extend(tags)
+            self._cond.notify()
+
     def ack(self, tags: Iterable[str]) -> None:
         with self._cond:
             self._pending.extend(tags)

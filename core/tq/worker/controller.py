@@ -16,23 +16,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal as signal_mod
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from multiprocessing.connection import wait
 from typing import Any
 
-from tq import faults, signals, states
+from tq import signals, states
 from tq.exceptions import (
     ContentDisallowed,
     NotRegistered,
     ProtocolError,
     TaskRevokedError,
     TimeLimitExceeded,
-    TransportError,
     WorkerLostError,
 )
 from tq.protocol.envelope import parse_envelope
@@ -46,6 +45,7 @@ from tq.worker.pool import Done, Job, Lost, Pool
 from tq.worker.request import DELIVERY_HEADER, Request
 from tq.worker.revoked import RevokedSet
 from tq.worker.timer import Timer
+from tq.worker.trace import ACK_FAILED
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ class Controller:
         self._inbox: deque[Delivery] = deque()
         self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._acks: list[str] = []
+        self._results: list[tuple[str, str]] = []
+        self._poller = _Poller()
         self.acker = Acker(self.transport, self.backend)
         self.acker.start()
         self._rfd, self._wfd = os.pipe()
@@ -163,7 +165,7 @@ class Controller:
         return t
 
     def step(self, timeout: float) -> None:
-        ready = wait([self._rfd, *self.pool.waitables()], timeout)
+        ready = self._poller.wait([self._rfd, *self.pool.waitables()], timeout)
         if self._rfd in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._rfd, 65536)
@@ -186,7 +188,7 @@ class Controller:
         self.flush()
         for fn in self._on_tick:
             self._safely(fn, now)
-        if self.credit() > 0:
+        if not self.credit_event.is_set() and self.credit() > 0:
             self.credit_event.set()
 
     def _take_inbox(self) -> None:
@@ -211,10 +213,12 @@ class Controller:
             logger.exception("Controller error in %s; the worker keeps running", fn.__name__)
 
     def flush(self) -> None:
-        """Hand this step's acks to the acker thread and publish queued events."""
-        if self._acks:
+        """Hand this step's results and acks to the acker thread (one hand-off) and publish
+        queued events."""
+        if self._acks or self._results:
             acks, self._acks = self._acks, []
-            self.acker.ack(acks)
+            results, self._results = self._results, []
+            self.acker.submit(results, acks)
         self.events.flush()
 
     # -- receiving ----------------------------------------------------------------------------
@@ -336,50 +340,29 @@ class Controller:
 
     # -- dispatching --------------------------------------------------------------------------
     def _dispatch(self) -> None:
-        batch: list[Request] = []
-        with self.lock:
-            idle = self.pool.idle()
-            while self.dispatching and not self.stopping and self.reserved and idle > 0:
+        while self.dispatching and not self.stopping and self.reserved and self.pool.idle() > 0:
+            with self.lock:
                 req = self.reserved.popleft()
                 if self._discard_if_revoked(req):
                     continue
                 req.state = states.STARTED
                 req.started_at = time.time()
+                # An early ack is written by whoever runs the job, before the task body
+                # starts (trace.run_job). Handed to the acker thread instead, a job could
+                # start before its ack went out, and a worker killed in that window would
+                # leave a message that had already run in ``unacked``, to run again.
+                req.acknowledged = not req.acks_late
                 self.active[req.tag] = req
-                batch.append(req)
-                idle -= 1
-                if self.pool.name == "solo":
-                    break  # solo runs the job inside submit: one per step, then look again
-        if not batch:
-            return
-        self._ack_before_start([r for r in batch if not r.acks_late])
-        for req in batch:
             self.events.task("task-started", req.id, req.name, "")
             self.pool.submit(
-                Job(req.tag, req.payload(), req.name, req.soft_time_limit, req.time_limit)
+                Job(
+                    req.tag,
+                    req.payload(ack_first=req.acknowledged),
+                    req.name,
+                    req.soft_time_limit,
+                    req.time_limit,
+                )
             )
-
-    def _ack_before_start(self, early: list[Request]) -> None:
-        """Early acknowledgement is written to Redis before the job reaches a child, in one
-        transaction for the step's batch. Handed to the acker thread instead, a job could start
-        before its ack went out, and a worker killed in that window would leave a message that
-        had already run in ``unacked``, to be restored and run a second time."""
-        if not early:
-            return
-        tags = [r.tag for r in early]
-        for req in early:
-            req.acknowledged = True
-        try:
-            faults.hit("before_ack")
-            self.transport.ack(tags)
-        except TransportError as exc:
-            logger.warning(
-                "Could not acknowledge %d message(s) before running them (%s); "
-                "the ack is retried in the background",
-                len(tags),
-                exc,
-            )
-            self.acker.ack(tags)
 
     # -- outcomes -----------------------------------------------------------------------------
     def _on_outcome(self, outcome: Done | Lost) -> None:
@@ -400,6 +383,10 @@ class Controller:
 
     def _on_done(self, req: Request, value: tuple[Any, ...]) -> None:
         kind = value[0]
+        if kind == ACK_FAILED:  # the runner could not ack first: retry it in the background
+            self._acks.append(value[1])
+            value = value[2]
+            kind = value[0]
         req.state = kind
         tally = self.events.tally
         if kind == "SUCCESS":
@@ -407,7 +394,7 @@ class Controller:
             tally.tick(time.time(), "done")
             req.extra.update(result=value[1], runtime=value[2])
             if len(value) > 3 and value[3]:
-                self.acker.store(req.id, value[3])
+                self._results.append((req.id, value[3]))
             self.events.task(
                 "task-succeeded", req.id, req.name, value[1], result=value[1], runtime=value[2]
             )
@@ -489,8 +476,9 @@ class Controller:
             exc = WorkerLostError(f"Worker exited prematurely: {name} Job: {req.id}.")
             self._failed(req, ("FAILURE", repr(exc), None))
             self._store(req.id, exc, states.FAILURE)
-        if req.acks_late:
-            self._acks.append(req.tag)
+        # Early ack: the runner acks before the task starts, but it may have died before
+        # that; the FAILURE is stored, so make sure the message is gone (acking twice is safe).
+        self._acks.append(req.tag)
 
     def _requeue_lost(self, req: Request, lost: Lost) -> None:
         deliveries = req.deliveries + 1
@@ -585,3 +573,28 @@ class Controller:
         for fd in (self._rfd, self._wfd):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+class _Poller:
+    """``multiprocessing.connection.wait`` without building a selector on every call: one
+    ``poll`` object whose registrations follow the waitables (file descriptors, or objects
+    with ``fileno()``; the pool's set changes when children come and go)."""
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self._by_fd: dict[int, Any] = {}
+
+    def wait(self, waitables: list[Any], timeout: float) -> list[Any]:
+        by_fd = {w if isinstance(w, int) else w.fileno(): w for w in waitables}
+        if by_fd.keys() != self._by_fd.keys():
+            for fd in self._by_fd.keys() - by_fd.keys():
+                with contextlib.suppress(KeyError, ValueError):
+                    self._poll.unregister(fd)
+            for fd in by_fd.keys() - self._by_fd.keys():
+                self._poll.register(fd, select.POLLIN)
+        self._by_fd = by_fd
+        try:
+            events = self._poll.poll(max(timeout, 0.0) * 1000.0)
+        except InterruptedError:
+            return []
+        return [by_fd[fd] for fd, _ in events if fd in by_fd]

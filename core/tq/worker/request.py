@@ -71,8 +71,9 @@ class Request:
         exp = self.expires
         return exp is not None and now >= exp
 
-    def payload(self) -> tuple[Any, ...]:
-        """What a pool child needs to run this task (the body stays encoded)."""
+    def payload(self, ack_first: bool = False) -> tuple[Any, ...]:
+        """What a pool child needs to run this task (the body stays encoded). With
+        ``ack_first`` the runner acknowledges the delivery before the task starts."""
         env = self.envelope
         return (
             self.id,
@@ -87,6 +88,7 @@ class Request:
                 "reply_to": env.properties.get("reply_to"),
                 "correlation_id": env.properties.get("correlation_id"),
             },
+            self.tag if ack_first else None,
         )
 
     def args_repr(self) -> str:

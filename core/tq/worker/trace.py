@@ -10,6 +10,7 @@ Summaries (first element is the outcome):
     ("IGNORED", runtime)
     ("INVALID", reason)          body not decodable / not accepted: the controller dead-letters
     ("UNKNOWN", task_name)       not registered in this process
+    (ACK_FAILED, tag, summary)   the early ack could not be written first (see run_job)
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ import traceback as tb
 from dataclasses import dataclass
 from typing import Any
 
-from tq import signals, states
+from tq import faults, signals, states
 from tq.app import context
 from tq.backend.meta import build_meta, dumps_meta
-from tq.exceptions import Ignore, ProtocolError, Reject, Retry
+from tq.exceptions import Ignore, ProtocolError, Reject, Retry, TransportError
 from tq.protocol.envelope import Envelope
 from tq.protocol.message import decode_task_body, safe_repr
+from tq.transport.direct import DirectAck
 
 logger = logging.getLogger(__name__)
 
+#: First element of a summary whose early ack failed (the controller retries the ack).
+ACK_FAILED = "ACK_FAILED"
 #: Longest ``result_repr`` sent back to the controller (events, console).
 SUMMARY_REPR_MAX = 256
 
@@ -47,6 +51,8 @@ class ChildContext:
     #: Small SUCCESS results are handed back to the controller, which writes them in batches
     #: (one round trip for many); 0 stores every result from the child directly.
     defer_limit: int = 0
+    #: Sends the early ack before a task starts (a connection held by this process).
+    ack: Any = None
 
 
 def child_init(app: Any, hostname: str, defer_limit: int = 0) -> ChildContext:
@@ -61,6 +67,7 @@ def child_init(app: Any, hostname: str, defer_limit: int = 0) -> ChildContext:
         max_size=int(app.conf.broker_max_message_size),
         pid=os.getpid(),
         defer_limit=defer_limit,
+        ack=DirectAck(app.transport),
     )
 
 
@@ -71,7 +78,7 @@ def build_request(
     embed: dict[str, Any],
     hostname: str,
 ) -> context.Request:
-    (task_id, name, headers, _body, _ctype, _cenc, delivery_info, properties) = payload
+    (task_id, name, headers, _body, _ctype, _cenc, delivery_info, properties) = payload[:8]
     timelimit = headers.get("timelimit") or (None, None)
     return context.Request(
         id=task_id,
@@ -107,8 +114,25 @@ def build_request(
 
 
 def run_job(ctx: ChildContext, payload: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Pool target: run one task message and return its summary."""
-    _task_id, name, headers, body, ctype, cenc, _delivery, _props = payload
+    """Pool target: run one task message and return its summary.
+
+    When the payload carries a delivery tag to acknowledge first (early ack), the ack is
+    written before anything else, so a task never starts while its message could still be
+    restored. If Redis refuses it, the task runs anyway (as Celery's would) and the summary
+    is wrapped as ``(ACK_FAILED, tag, summary)`` for the controller to retry the ack."""
+    ack_tag = payload[8]
+    if ack_tag is not None:
+        try:
+            faults.hit("before_ack")
+            ctx.ack(ack_tag)
+        except TransportError as exc:
+            logger.warning("Could not acknowledge %s before running it: %s", payload[0], exc)
+            return (ACK_FAILED, ack_tag, _run(ctx, payload))
+    return _run(ctx, payload)
+
+
+def _run(ctx: ChildContext, payload: tuple[Any, ...]) -> tuple[Any, ...]:
+    _task_id, name, headers, body, ctype, cenc, _delivery, _props, _ack = payload
     envelope = Envelope(body, ctype, cenc, headers, {})
     try:
         args, kwargs, embed = decode_task_body(envelope, ctx.accept, ctx.max_size)
