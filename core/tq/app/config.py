@@ -59,7 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "worker_prefetch_multiplier": 4,
     "worker_max_tasks_per_child": None,
     "worker_max_memory_per_child": None,  # KiB, as Celery
-    "worker_eta_task_limit": 10000,  # tq: finite by default (T18)
+    # tq: finite by default (T18: ~5.7 KB of controller memory per held ETA task); Celery: None
+    "worker_eta_task_limit": 10000,
     "worker_send_task_events": False,
     "worker_enable_remote_control": True,
     "worker_control_allowlist": None,  # tq: command names a worker accepts (S8)

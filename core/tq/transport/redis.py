@@ -130,6 +130,9 @@ class RedisTransport:
             return fn(*args, **kwargs)
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(f"broker {self.spec.masked}: {exc}") from exc
+        except redis.OutOfMemoryError as exc:
+            command = str(getattr(fn, "__name__", ""))
+            raise TransportError(out_of_memory_text(self.spec.masked, exc, command)) from exc
         except redis.RedisError as exc:
             raise TransportError(f"broker {self.spec.masked}: {exc}") from exc
 
@@ -141,6 +144,14 @@ class RedisTransport:
         if marker in self._declared:
             return
         member = binding_member(routing_key or queue, "", queue)
+        # Read first: a broker at maxmemory refuses every SADD (T14), even of a member it has,
+        # and a worker must still start there to drain it.
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sismember(self.keys.binding(exchange), member)
+        pipe.sismember(self.keys.binding_permanent(exchange), member)
+        if all(self._call(pipe.execute)):
+            self._declared[marker] = (exchange, member)
+            return
         pipe = self.client.pipeline(transaction=True)
         pipe.sadd(self.keys.binding(exchange), member)
         pipe.sadd(self.keys.binding_permanent(exchange), member)
@@ -488,3 +499,17 @@ def split_dead(entry: bytes) -> tuple[dict[str, Any], bytes]:
     except ValueError:
         meta = {"id": "?", "reason": "unreadable dead-letter entry"}
     return meta, raw
+
+
+def out_of_memory_text(masked_url: str, exc: Exception, command: str = "") -> str:
+    """The error for a write the broker refused at ``maxmemory`` (RELIABILITY.md T14)."""
+    named = re.search(r"\(([A-Z]+) ", str(exc))  # a pipeline's error names its command
+    if named:
+        command = named.group(1)
+    what = f"a {command.upper()}" if command.isalpha() and command != "execute" else "a write"
+    return (
+        f"broker {masked_url} is out of memory: it refused {what} (OOM command not allowed "
+        "when used memory > 'maxmemory'), so that write was not stored (in a pipelined batch, "
+        "earlier commands may have been). Free memory on the broker (let workers drain the "
+        "queues, expire or delete old results) or raise its maxmemory, then send again"
+    )

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tq.exceptions import TransportError
+from tq.exceptions import SecurityError, TransportError
 from tq.transport.redis import RedisTransport
 from tq.worker.commands import BrokerCommands
 from tq.worker.consumer import Consumer
@@ -129,6 +129,7 @@ class Runtime(BrokerCommands):
         from tq import signals
 
         self.state = "starting"
+        self._startup_checks()
         signals.worker_init.send(sender=self)
         self.pool.start()  # fork before any thread of ours exists
         self.controller = Controller(self.app, self.pool, self.options, self.events)
@@ -145,8 +146,7 @@ class Runtime(BrokerCommands):
             self._on_connection,
             self.controller.prefetch_limit,
         )
-        for queue in self.queues:
-            self.app.transport.declare_queue(queue)
+        self._declare_queues()
         self._thread = threading.Thread(
             target=self._run_controller, name="tq-controller", daemon=True
         )
@@ -156,6 +156,26 @@ class Runtime(BrokerCommands):
         self.events.worker("worker-online", freq=self._heartbeat_interval())
         self.state = "running"
         signals.worker_ready.send(sender=self)
+
+    def _startup_checks(self) -> None:
+        """Test clock hook, root/pickle refusal (raises ``SecurityError``), warnings about
+        exposure, eviction and clock skew (``startup_checks``); before the pool forks."""
+        from tq.clock import install_env_offset
+        from tq.worker.startup_checks import run_checks
+
+        offset = install_env_offset()
+        if offset:
+            logger.warning("TQ_CLOCK_OFFSET: this process's clock is shifted by %+.1f s", offset)
+        run_checks(self.app, time.time)
+
+    def _declare_queues(self) -> None:
+        """Declare the consumed queues' bindings; a broker that refuses (at maxmemory, T14)
+        does not stop the worker: consuming needs no binding, and draining frees memory."""
+        for queue in self.queues:
+            try:
+                self.app.transport.declare_queue(queue)
+            except TransportError as exc:
+                logger.warning("Could not declare queue %r (consuming anyway): %s", queue, exc)
 
     def _load_stored_revokes(self) -> None:
         """Honour revokes broadcast while this worker was offline (``tq.revoked``)."""
@@ -207,7 +227,11 @@ class Runtime(BrokerCommands):
         """Start and block until stopped (headless ``--worker``); returns the exit code."""
         if self.options.install_signal_handlers:
             self.install_signal_handlers()
-        self.start()
+        try:
+            self.start()
+        except SecurityError as exc:
+            logger.critical("%s", exc)
+            return 1
         try:
             while not self._stop_requested.wait(0.5):
                 if self._stopped.is_set():
