@@ -13,9 +13,12 @@ Imports only redis-py and tq.exceptions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import ssl
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -209,3 +212,55 @@ def is_loopback(url: str) -> bool:
     """True when the URL points at this machine (used for exposure warnings)."""
     spec = parse_url(url)
     return spec.scheme == "unix" or spec.host in ("localhost", "127.0.0.1", "::1")
+
+
+class HeldConnection:
+    """A connection of ``client``'s pool kept by the calling thread (made again after a fork
+    or an error), to send batches of commands on the hot path without redis-py's per-call
+    machinery (pool checkout, retry wrapper, pipeline objects, response callbacks): about a
+    third of the client-side CPU. It is still redis-py's connection, so AUTH, TLS, SELECT
+    and sentinel discovery happen as usual.
+
+    Args:
+        client: a function returning the client whose pool lends the connection.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._local = threading.local()
+
+    def run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write and read every reply. An error reply comes back
+        as the ``redis.ResponseError`` in its place; a broken connection raises (and the
+        connection is dropped, since it may hold half a reply)."""
+        conn = self._connection()
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            self.close()
+            raise
+
+    def _connection(self) -> Any:
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():
+            conn = local.conn = self._client().connection_pool.get_connection()
+            local.pid = os.getpid()
+        return conn
+
+    def close(self) -> None:
+        """Give this thread's connection back, disconnected."""
+        local = self._local
+        conn, local.conn = getattr(local, "conn", None), None
+        if conn is None or local.pid != os.getpid():
+            return
+        with contextlib.suppress(Exception):  # closing must not raise on a broken pool
+            conn.disconnect()
+            self._client().connection_pool.release(conn)
