@@ -233,6 +233,17 @@ class HeldConnection:
         """Send ``commands`` in one write and read every reply. An error reply comes back
         as the ``redis.ResponseError`` in its place; a broken connection raises (and the
         connection is dropped, since it may hold half a reply)."""
+        retry = self._client().get_retry()
+        if retry is None:
+            return self._run_once(commands)
+        # The client's own policy: retried only when the connection failed, never after
+        # a timeout (see make_client).
+        return list(retry.call_with_retry(lambda: self._run_once(commands), self._failed))
+
+    def _failed(self, error: BaseException) -> None:
+        self.close()
+
+    def _run_once(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         conn = self._connection()
         try:
             conn.send_packed_command(conn.pack_commands(commands))
