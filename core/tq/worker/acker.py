@@ -44,7 +44,8 @@ class Acker:
         with self._cond:
             self._results.extend(results)
             self._pending.extend(tags)
-            self._cond.notify()
+            if not self._busy:  # a busy writer looks again before it waits
+                self._cond.notify()
 
     def ack(self, tags: Iterable[str]) -> None:
         with self._cond:

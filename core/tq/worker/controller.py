@@ -73,7 +73,7 @@ class Controller:
         self.buckets = Buckets()
         self.revoked = RevokedSet(app.conf.worker_revoked_max, app.conf.worker_revoked_expires)
         self.recent: deque[Any] = deque(maxlen=200)
-        self.credit_event = threading.Event()
+        self.credit_event = CreditEvent()
         self._inbox: deque[Delivery] = deque()
         self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._acks: list[str] = []
@@ -188,8 +188,9 @@ class Controller:
         self.flush()
         for fn in self._on_tick:
             self._safely(fn, now)
-        if not self.credit_event.is_set() and self.credit() > 0:
-            self.credit_event.set()
+        event = self.credit_event
+        if not event.is_set() and self.credit() >= event.wanted:
+            event.set()
 
     def _take_inbox(self) -> None:
         while self._inbox:
@@ -573,6 +574,14 @@ class Controller:
         for fd in (self._rfd, self._wfd):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+class CreditEvent(threading.Event):
+    """Set by the controller when prefetch credit is available. ``wanted`` is how much credit
+    the waiting consumer asked for: it pops in batches under load, so waking it for every
+    single free slot would only make it go back to sleep (a thread hand-off per task)."""
+
+    wanted = 1
 
 
 class _Poller:
