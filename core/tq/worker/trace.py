@@ -37,6 +37,17 @@ logger = logging.getLogger(__name__)
 ACK_FAILED = "ACK_FAILED"
 #: Longest ``result_repr`` sent back to the controller (events, console).
 SUMMARY_REPR_MAX = 256
+#: Longest traceback text sent back to the controller (kept in memory for the console and
+#: put in task events); the stored result keeps the whole traceback. Its tail is kept: the
+#: innermost frames and the exception line.
+SUMMARY_TRACE_MAX = 16_384
+
+
+def _clip_trace(trace: str | None) -> str | None:
+    if trace is None or len(trace) <= SUMMARY_TRACE_MAX:
+        return trace
+    cut = len(trace) - SUMMARY_TRACE_MAX
+    return f"[{cut} characters cut]\n" + trace[cut:]
 
 
 @dataclass(slots=True)
@@ -288,7 +299,7 @@ def _on_retry(
     _store(ctx, task, request, reason, states.RETRY, trace)
     _hook(task.on_retry, reason, request.id, request.args, request.kwargs, None)
     signals.task_retry.send(sender=task, request=request, reason=reason, einfo=None)
-    return ("RETRY", safe_repr(reason), trace, time.perf_counter() - start)
+    return ("RETRY", safe_repr(reason), _clip_trace(trace), time.perf_counter() - start)
 
 
 def _on_failure(
@@ -309,8 +320,14 @@ def _on_failure(
     )
     expected = task.throws and isinstance(exc, tuple(task.throws))
     if not expected:
-        logger.error("Task %s[%s] raised unexpected: %r", task.name, request.id, exc)
-    return ("FAILURE", safe_repr(exc), trace, time.perf_counter() - start, type(exc).__name__)
+        logger.error("Task %s[%s] raised unexpected: %s", task.name, request.id, safe_repr(exc))
+    return (
+        "FAILURE",
+        safe_repr(exc),
+        _clip_trace(trace),
+        time.perf_counter() - start,
+        type(exc).__name__,
+    )
 
 
 def _hook(fn: Any, *args: Any) -> None:
