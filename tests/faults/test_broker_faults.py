@@ -179,20 +179,13 @@ def test_broker_restart_without_persistence_is_survived_and_bindings_come_back(
     )
 
 
-#: T13's frozen-broker runs: with a 5 s visibility timeout the sweep recovers what a retried
-#: pop stranded; with the default hour nothing may be left in unacked at all (tq cannot do
-#: that yet: redis-py re-sends the pop script after a socket timeout, the first execution's
-#: reply is lost when the server thaws, and its messages wait for the visibility timeout).
+#: T13's frozen-broker runs: with a 5 s visibility timeout the sweep would also recover what a
+#: pop that timed out took; with the default hour nothing may be left in unacked at all (the
+#: consumer asks for the result of a pop whose reply was lost by its nonce, see
+#: ``transport/lua/pop.lua``, and delivers what it took).
 FROZEN_CASES = [
     pytest.param(5.0, id="vt-5s"),
-    pytest.param(
-        None,
-        id="vt-default",
-        marks=pytest.mark.xfail(
-            reason="a pop that timed out on the frozen broker runs after the thaw and its reply "
-            "is lost: its messages wait in unacked for the visibility timeout (docs/faults.md T13)"
-        ),
-    ),
+    pytest.param(None, id="vt-default"),
 ]
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import socket
 import threading
 import uuid
 from collections import deque
@@ -39,6 +41,11 @@ DEFAULT_MUTEX_EXPIRE = 300.0
 #: Most unanswered sweep-lock tokens remembered for release (one per failed sweep).
 UNANSWERED_LOCKS_MAX = 16
 
+#: The consumer's pop record, ``tq.pop.<host>.<pid>.<random>`` (see ``lua/pop.lua``).
+POP_RECORD = "tq.pop."
+#: Shortest lifetime of a pop record in seconds (it otherwise lives a visibility timeout).
+POP_RECORD_MIN_S = 60.0
+
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
@@ -53,6 +60,11 @@ class Delivery:
     @property
     def is_dead(self) -> bool:
         return not self.tag
+
+
+def _deliveries(flat: list[Any]) -> list[Delivery]:
+    """The pop script's flat ``tag, queue, envelope, ...`` reply as deliveries."""
+    return [Delivery(_b(flat[i]), _b(flat[i + 1]), flat[i + 2]) for i in range(0, len(flat), 3)]
 
 
 def _b(value: str | bytes) -> str:
@@ -236,9 +248,17 @@ class RedisTransport:
         return out
 
     # -- consuming ----------------------------------------------------------------------------
-    def pop(self, queues: Sequence[str], count: int) -> list[Delivery]:
+    def pop(self, queues: Sequence[str], count: int, nonce: str | None = None) -> list[Delivery]:
         """Pop up to ``count`` messages across ``queues`` (priority-major order) and record each
-        in ``unacked`` in the same atomic step. Unusable envelopes come back dead-lettered."""
+        in ``unacked`` in the same atomic step. Unusable envelopes come back dead-lettered.
+
+        Args:
+            nonce: makes the pop idempotent (the consumer's pops): the script also records
+                what it took under this transport's pop record (``tq.pop.<consumer id>``), and
+                a call with a nonce already recorded pops nothing and returns that pop's
+                deliveries again. A pop whose reply was lost is asked for with
+                ``recover_pop(nonce)``. Without a nonce nothing is recorded.
+        """
         if not queues or count <= 0:
             return []
         order = self.keys.pop_order(list(queues))
@@ -249,9 +269,44 @@ class RedisTransport:
             self.keys.dead_seq,
             *(k for k, _ in order),
         ]
-        args = [count, *(q for _, q in order)]
+        args: list[Any] = [count, *(q for _, q in order)]
+        if nonce is not None:
+            keys.append(self.pop_record_key)
+            args += [nonce, self._pop_record_ms()]
         flat = self._call(self.scripts.pop, keys=keys, args=args)
-        return [Delivery(_b(flat[i]), _b(flat[i + 1]), flat[i + 2]) for i in range(0, len(flat), 3)]
+        return _deliveries(flat)
+
+    def recover_pop(self, nonce: str) -> list[Delivery]:
+        """The deliveries of the pop made with ``nonce`` whose reply never arrived (a socket
+        timeout on a frozen broker, a connection dropped after the server ran it).
+
+        If that pop ran, returns its messages still held in ``unacked`` (re-read by tag); if it
+        did not run, returns nothing and claims the nonce, so the lost call, should the server
+        still run it later, pops nothing. Pops nothing itself.
+        """
+        keys = [
+            self.keys.unacked,
+            self.keys.unacked_index,
+            self.keys.dead,
+            self.keys.dead_seq,
+            self.pop_record_key,
+        ]
+        flat = self._call(self.scripts.pop, keys=keys, args=[0, nonce, self._pop_record_ms()])
+        return _deliveries(flat)
+
+    @property
+    def pop_record_key(self) -> str:
+        """This transport's pop record (one small string, replaced by each pop that takes
+        something, expiring after the visibility timeout; Celery and kombu never read it)."""
+        key: str | None = getattr(self, "_pop_record", None)
+        if key is None:
+            consumer = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+            key = self._pop_record = f"{self.keys.prefix}{POP_RECORD}{consumer}"
+        return key
+
+    def _pop_record_ms(self) -> int:
+        # Past the visibility timeout the sweep restores what a lost pop took anyway.
+        return int(max(self.visibility_timeout, POP_RECORD_MIN_S) * 1000)
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         """Block until the first queue's main list has a message, or ``timeout`` passes.

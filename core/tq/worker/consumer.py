@@ -4,12 +4,21 @@ the same atomic step (see ``transport/lua/pop.lua``), so a crash at any instant 
 
 When the queues are empty it blocks on the first queue with a non-destructive ``BLMOVE``
 peek instead of polling. On a lost connection it backs off (capped) and logs once per outage.
+
+Every pop carries a nonce and is recorded under it by the script. When a pop gets no reply
+(the broker froze past ``socket_timeout``, or the connection dropped after the server ran it),
+the server may still run it, and its messages would wait in ``unacked`` for the visibility
+timeout. So the consumer keeps that nonce and, once the broker answers again, asks for its
+result (``RedisTransport.recover_pop``) before popping anything else: the messages that pop
+took are delivered, or, if it never ran, nothing is and it never will pop. It asks once more
+when it stops, so what it recovers is restored with the rest of the worker's held messages.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 
 from tq import faults
@@ -57,6 +66,10 @@ class Consumer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.connected = True
+        #: The nonce of the last pop that got no reply, until its result has been asked for.
+        self.unanswered: str | None = None
+        #: Messages delivered by asking for unanswered pops (figures, tests).
+        self.recovered = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="tq-consumer", daemon=True)
@@ -90,6 +103,16 @@ class Consumer:
             except Exception:
                 logger.exception("Consumer loop error; continuing")
                 self._stop.wait(1.0)
+        if self.unanswered is not None:
+            try:
+                self._recover()
+            except TransportError as exc:
+                logger.warning(
+                    "Stopping with a pop whose reply was lost (%s): what it took stays in "
+                    "unacked until the visibility timeout",
+                    exc,
+                )
+        self.transport.close()  # its own transport: nothing else uses its connections
 
     def low_water(self) -> int:
         """Below this much credit a busy consumer waits briefly for more (batching)."""
@@ -100,7 +123,20 @@ class Consumer:
         if self.on_connection is not None:
             self.on_connection(ok, error)
 
+    def _recover(self) -> None:
+        """Ask for the result of the pop that got no reply; deliver what it took."""
+        nonce = self.unanswered
+        assert nonce is not None
+        batch = self.transport.recover_pop(nonce)
+        self.unanswered = None
+        if batch:
+            self.recovered += len(batch)
+            logger.warning("Recovered %d message(s) from a pop whose reply was lost", len(batch))
+            self.deliver(batch)
+
     def _cycle(self) -> None:
+        if self.unanswered is not None:
+            self._recover()
         credit = self.credit()
         queues = self.queues()
         if 0 < credit < self.low_water() and self._recent_full:
@@ -113,7 +149,12 @@ class Consumer:
             if self.credit() <= 0 or not self.queues():
                 self.credit_event.wait(0.5)
             return
-        batch = self.transport.pop(queues, min(credit, BATCH_MAX))
+        nonce = uuid.uuid4().hex
+        try:
+            batch = self.transport.pop(queues, min(credit, BATCH_MAX), nonce=nonce)
+        except TransportError:
+            self.unanswered = nonce  # it may still run (or have run): ask before popping again
+            raise
         self._recent_full = len(batch) >= min(credit, BATCH_MAX)
         if batch:
             faults.hit("after_pop")
