@@ -139,15 +139,13 @@ class Consumer:
             self._recover()
         credit = self.credit()
         queues = self.queues()
-        if 0 < credit < self.low_water() and self._recent_full:
+        wanted = self.low_water() if self._recent_full else 1
+        if 0 < credit < wanted:
             # Let credit build up to half the limit so pops come in batches, not one by one.
-            self.credit_event.clear()
-            self.credit_event.wait(0.002)
+            self._wait_for_credit(wanted, 0.002)
             credit = self.credit()
         if credit <= 0 or not queues:
-            self.credit_event.clear()
-            if self.credit() <= 0 or not self.queues():
-                self.credit_event.wait(0.5)
+            self._wait_for_credit(wanted, 0.5, recheck=True)
             return
         nonce = uuid.uuid4().hex
         try:
@@ -164,6 +162,16 @@ class Consumer:
             self.transport.idle_wait if len(queues) == 1 else min(self.transport.idle_wait, 0.2)
         )
         self.transport.wait(queues, timeout)
+
+    def _wait_for_credit(self, wanted: int, timeout: float, recheck: bool = False) -> None:
+        """Sleep until the controller has ``wanted`` credit (it sets the event then) or
+        ``timeout`` passes."""
+        event = self.credit_event
+        event.wanted = wanted  # type: ignore[attr-defined]
+        event.clear()
+        if recheck and self.credit() > 0 and self.queues():
+            return
+        event.wait(timeout)
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
