@@ -285,6 +285,8 @@ class Runtime(BrokerCommands):
         if controller is not None:
             self._give_back_and_wait(controller, timeout)
         self._stopped.set()
+        if controller is not None:
+            controller.wake()  # out of its wait now, not at the next tick
         if self._thread is not None:
             self._thread.join(5)
         if controller is not None and not (self._thread and self._thread.is_alive()):
