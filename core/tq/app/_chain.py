@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tq.app._signature import Signature, as_list, maybe_sig
+from tq.app._signature import Composite, Signature, as_list, maybe_sig
 
 if TYPE_CHECKING:
     from tq.app.base import App
@@ -24,7 +24,7 @@ _RUN_OPTIONS = frozenset(
 )
 
 
-class chain(Signature):
+class chain(Composite):
     """Run tasks in sequence: ``chain(a, b, c)`` is ``a | b | c``.
 
     Args:
@@ -56,21 +56,6 @@ class chain(Signature):
         sig["args"] = list(data.get("args") or ())
         sig["immutable"] = bool(data.get("immutable"))
         return sig
-
-    @property
-    def tasks(self) -> list[Any]:
-        value: list[Any] = self["kwargs"]["tasks"]
-        return value
-
-    @tasks.setter
-    def tasks(self, value: list[Any]) -> None:
-        self["kwargs"]["tasks"] = value
-
-    @property
-    def app(self) -> App:
-        if self._app is None and self.tasks and isinstance(self.tasks[0], Signature):
-            return self.tasks[0].app
-        return super().app
 
     def clone(self, args: Any = None, kwargs: Any = None, **opts: Any) -> chain:
         sig = super().clone(args, kwargs, **opts)

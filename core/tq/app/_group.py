@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tq.app import context
-from tq.app._signature import Signature, as_list, maybe_sig, new_id
+from tq.app._signature import Composite, Signature, as_list, maybe_sig, new_id
 from tq.app.result import GroupResult
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ def is_empty_group(sig: Any) -> bool:
     return isinstance(sig, group) and not sig.tasks
 
 
-class group(Signature):
+class group(Composite):
     """Run tasks in parallel.
 
     Args:
@@ -56,21 +56,6 @@ class group(Signature):
         sig = cls(list(data["kwargs"].get("tasks") or ()), app=app, **data["options"])
         sig["immutable"] = bool(data.get("immutable"))
         return sig
-
-    @property
-    def tasks(self) -> list[Any]:
-        value: list[Any] = self["kwargs"]["tasks"]
-        return value
-
-    @tasks.setter
-    def tasks(self, value: list[Any]) -> None:
-        self["kwargs"]["tasks"] = value
-
-    @property
-    def app(self) -> App:
-        if self._app is None and self.tasks and isinstance(self.tasks[0], Signature):
-            return self.tasks[0].app
-        return super().app
 
     def __len__(self) -> int:
         return len(self.tasks)

@@ -395,3 +395,23 @@ def maybe_sig(value: Any, app: App | None = None, clone: bool = False) -> Any:
     if app is not None:
         sig._app = app
     return sig
+
+
+class Composite(Signature):
+    """A signature whose members are kept in ``kwargs["tasks"]`` (chain and group); unbound,
+    it belongs to its first member's app."""
+
+    @property
+    def tasks(self) -> list[Any]:
+        value: list[Any] = self["kwargs"]["tasks"]
+        return value
+
+    @tasks.setter
+    def tasks(self, value: list[Any]) -> None:
+        self["kwargs"]["tasks"] = value
+
+    @property
+    def app(self) -> App:
+        if self._app is None and self.tasks and isinstance(self.tasks[0], Signature):
+            return self.tasks[0].app
+        return super().app
