@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,18 @@ def test_chord_bodies_can_be_chains_and_groups(tq_workers: list[str]) -> None:
     assert chord([ct.add.s(1, 1), ct.add.s(2, 2)], body)().get(timeout=RESULT_TIMEOUT_S) == 14
     res = chord([ct.add.s(1, 1), ct.add.s(2, 2)], group(ct.xsum.s(), ct.identity.s()))()
     assert res.get(timeout=RESULT_TIMEOUT_S) == [6, [2, 4]]
+
+
+@needs_worker
+def test_a_chord_whose_header_part_expired_fails_instead_of_waiting_for_ever(
+    tq_workers: list[str],
+) -> None:
+    # The worker discards the expired part without running it; the chord must still count
+    # it and fail its body (Celery: "Dependency ... raised TaskRevokedError('expired')").
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    res = chord([ct.add.s(1, 1), ct.add.s(2, 2).set(expires=past)], ct.xsum.s())()
+    with pytest.raises(ChordError, match=r"Dependency .* raised TaskRevokedError"):
+        res.get(timeout=RESULT_TIMEOUT_S, follow_parents=False)
 
 
 @needs_worker

@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from tq import signals, states
+from tq.app import workflow
 from tq.exceptions import (
     ContentDisallowed,
     NotRegistered,
@@ -35,7 +36,7 @@ from tq.exceptions import (
     WorkerLostError,
 )
 from tq.protocol.envelope import parse_envelope
-from tq.protocol.message import TaskHeaders
+from tq.protocol.message import TaskHeaders, decode_task_body
 from tq.transport.redis import Delivery
 from tq.worker import deadletter
 from tq.worker.acker import Acker
@@ -45,7 +46,7 @@ from tq.worker.pool import Done, Job, Lost, Pool
 from tq.worker.request import DELIVERY_HEADER, Request
 from tq.worker.revoked import RevokedSet
 from tq.worker.timer import Timer
-from tq.worker.trace import ACK_FAILED
+from tq.worker.trace import ACK_FAILED, build_request
 
 logger = logging.getLogger(__name__)
 
@@ -328,7 +329,9 @@ class Controller:
         logger.info("Discarding %s task %s[%s]", reason, req.name, req.id)
         if expired:
             self.revoked.add(req.id, now)
-        self._store(req.id, TaskRevokedError(reason), states.REVOKED)
+        exc = TaskRevokedError(reason)
+        self._store(req.id, exc, states.REVOKED)
+        self._safely(self._revoked_chord_part, req, exc)
         self.events.task(
             "task-revoked", req.id, req.name, reason, terminated=False, signum=None, expired=expired
         )
@@ -338,6 +341,18 @@ class Controller:
         self.events.tally.revoked += 1
         self._acks.append(req.tag)
         return True
+
+    def _revoked_chord_part(self, req: Request, exc: BaseException) -> None:
+        """A chord header part that is discarded still counts for its chord (which then
+        fails with the revoke, as in Celery): without this the chord's body never runs and
+        its counter waits for ever. The body is decoded only here, on this rare path."""
+        if req.task is None:
+            return
+        args, kwargs, embed = decode_task_body(req.envelope, self.accept, self.max_size)
+        if not embed.get("chord"):
+            return
+        request = build_request(req.payload(), args, kwargs, embed, self.hostname)
+        workflow.on_revoked(self.app, request, exc)
 
     # -- dispatching --------------------------------------------------------------------------
     def _dispatch(self) -> None:
