@@ -92,6 +92,10 @@ def inspect(
         replies = insp.query_task(*args)
     elif command == "registered":
         replies = insp.registered(*args)
+    elif command in ("active", "reserved", "scheduled"):
+        # argsrepr / kwargsrepr, never the arguments themselves (S6); a Celery worker honours
+        # this for ``active`` only
+        replies = getattr(insp, command)(safe=True)
     else:
         replies = getattr(insp, command)()
     _nodes_reply(replies, as_json)

@@ -27,6 +27,7 @@ from typing import Any
 import redis
 
 from tq import App, Task
+from tq import signals as tq_signals
 
 #: Seconds the consumer blocks on an empty queue at most (short: quick shutdowns).
 IDLE_WAIT_S = 0.2
@@ -111,6 +112,60 @@ def echo(self: Task, *args: Any, **kwargs: Any) -> int:
     return len(args) + len(kwargs)
 
 
+def secret(self: Task, *_secrets: Any, seconds: float = 0.0, **_more: Any) -> str:
+    """Takes secrets as arguments and never prints them (S6): counts, sleeps, done."""
+    started(self.request.id)
+    if seconds:
+        time.sleep(seconds)
+    finished(self.request.id)
+    return "ok"
+
+
+def leak(self: Task, message: str) -> None:
+    """Raises ``ValueError(message)`` from a few frames down (S7: what a FAILURE stores)."""
+    started(self.request.id)
+
+    def deeper(n: int) -> None:
+        if n == 0:
+            raise ValueError(message)
+        deeper(n - 1)
+
+    deeper(5)
+
+
+def chord_part(self: Task, value: int, seconds: float = 0.0, die: bool = False) -> int:
+    """A chord header task (RELIABILITY.md T28): count, sleep, return ``value``. With ``die``
+    its first execution is SIGKILLed by ``die_after_success`` below, once its part is recorded
+    in the chord and before the message is acknowledged."""
+    started(self.request.id, _redelivered(self))
+    if seconds:
+        time.sleep(seconds)
+    finished(self.request.id)
+    return value
+
+
+def chord_body(self: Task, values: list[int]) -> int:
+    """A chord callback: counts itself (callback executions) and returns the sum."""
+    started(self.request.id)
+    finished(self.request.id)
+    return sum(values)
+
+
+def die_after_success(sender: Any = None, **_: Any) -> None:
+    """``task_success`` receiver: SIGKILL the process running a ``chord_part(die=True)`` on its
+    first execution. ``task_success`` comes after the chord part was recorded (and, on Celery,
+    the result stored; a tq prefork child leaves a small result to the controller) and before
+    the acknowledgement, which is the window T28 names. Celery's twin
+    (``celery_fault_app``) connects the same receiver."""
+    request = getattr(sender, "request", None)
+    if getattr(sender, "name", None) != "fault.chord_part" or request is None:
+        return
+    if (request.kwargs or {}).get("die") and _ledger().hget("exec", str(request.id)) == b"1":
+        _ledger().hset("killed_after_success", str(request.id), f"tq:{os.getpid()}")
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(LONG_S)
+
+
 #: name → (function, task options)
 TASKS: dict[str, tuple[Any, dict[str, Any]]] = {
     "fault.work": (work, {"ignore_result": True}),
@@ -126,6 +181,10 @@ TASKS: dict[str, tuple[Any, dict[str, Any]]] = {
     "fault.retry_once_late": (retry_once, {"acks_late": True}),
     "fault.stuck": (stuck, {"time_limit": 0.5}),
     "fault.echo": (echo, {}),
+    "fault.secret": (secret, {}),
+    "fault.leak": (leak, {}),
+    "fault.chord_part": (chord_part, {"acks_late": True, "reject_on_worker_lost": True}),
+    "fault.chord_body": (chord_body, {}),
 }
 
 
@@ -153,6 +212,9 @@ def make_app(
     for name, (fun, task_options) in TASKS.items():
         app.task(name=name, bind=True, **task_options)(fun)
     return app
+
+
+tq_signals.task_success.connect(die_after_success)
 
 
 def _env_json(name: str) -> dict[str, Any]:

@@ -362,10 +362,12 @@ class Inspect:
         return self._request("active", safe=safe)
 
     def reserved(self, safe: bool | None = None) -> dict[str, Any] | None:
-        return self._request("reserved")
+        # Celery's client drops ``safe`` here; tq sends it when set (reprs, S6) and the
+        # request stays byte-for-byte Celery's otherwise
+        return self._request("reserved", **({"safe": True} if safe else {}))
 
     def scheduled(self, safe: bool | None = None) -> dict[str, Any] | None:
-        return self._request("scheduled")
+        return self._request("scheduled", **({"safe": True} if safe else {}))
 
     def revoked(self) -> dict[str, Any] | None:
         return self._request("revoked")

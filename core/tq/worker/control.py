@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import redis
+
 from tq.exceptions import ProtocolError, TransportError
 from tq.protocol import control as proto
 from tq.transport.fanout import Subscription
@@ -82,7 +84,8 @@ def _reserved(rt: Runtime, args: dict[str, Any]) -> Any:
     c = rt._ctl()
     with c.lock:
         reqs = list(c.reserved) + [r for _, b in c.buckets.items() for r in b.waiting]
-    return [r.info(rt.hostname, False) for r in reqs]  # Celery: values, not reprs
+    # Celery always answers with values here; ``safe`` (S6) asks for the reprs instead
+    return [r.info(rt.hostname, bool(args.get("safe"))) for r in reqs]
 
 
 def _scheduled(rt: Runtime, args: dict[str, Any]) -> Any:
@@ -93,7 +96,7 @@ def _scheduled(rt: Runtime, args: dict[str, Any]) -> Any:
         {
             "eta": dt.datetime.fromtimestamp(due, dt.UTC).isoformat(),
             "priority": 6,
-            "request": r.info(rt.hostname, False),
+            "request": r.info(rt.hostname, bool(args.get("safe"))),
         }
         for due, r in entries
     ]
@@ -449,6 +452,13 @@ class ControlServer:
                     logger.error("Remote control subscription lost: %s; retrying", exc)
                     lost = True
                 self._stop.wait(1.0)
+                continue
+            except redis.RedisError as exc:  # NOPERM (an ACL without the pidbox channel) …
+                if not lost:
+                    logger.error("Remote control subscription refused: %s; retrying", exc)
+                    lost = True
+                self._sub.close()  # the next get subscribes again
+                self._stop.wait(5.0)
                 continue
             if got is not None:
                 try:
