@@ -403,11 +403,6 @@ def test_result_traceback_limit_caps_the_stored_traceback(
     )
 
 
-@pytest.mark.xfail(
-    reason="result_traceback_limit=0 stores the whole traceback: trace._store slices "
-    "traceback[-0:] (core/tq/worker/trace.py, not this suite's file)",
-    strict=True,
-)
 @pytest.mark.timeout(60)
 def test_result_traceback_limit_zero_stores_no_traceback(rig: Rig) -> None:
     """S7: ``result_traceback_limit=0`` should store no traceback at all."""

@@ -373,7 +373,9 @@ class Controller:
             self.pool.submit(
                 Job(
                     req.tag,
-                    req.payload(ack_first=req.acknowledged),
+                    # With a backlog, small results come back to be written in batches;
+                    # otherwise the child stores its result at once (one hop, not three).
+                    req.payload(ack_first=req.acknowledged, defer=bool(self.reserved)),
                     req.name,
                     req.soft_time_limit,
                     req.time_limit,

@@ -71,9 +71,10 @@ class Request:
         exp = self.expires
         return exp is not None and now >= exp
 
-    def payload(self, ack_first: bool = False) -> tuple[Any, ...]:
+    def payload(self, ack_first: bool = False, defer: bool = True) -> tuple[Any, ...]:
         """What a pool child needs to run this task (the body stays encoded). With
-        ``ack_first`` the runner acknowledges the delivery before the task starts."""
+        ``ack_first`` the runner acknowledges the delivery before the task starts; with
+        ``defer`` a small SUCCESS result comes back to the controller to be batched."""
         env = self.envelope
         return (
             self.id,
@@ -89,6 +90,7 @@ class Request:
                 "correlation_id": env.properties.get("correlation_id"),
             },
             self.tag if ack_first else None,
+            defer,
         )
 
     def args_repr(self) -> str:

@@ -64,6 +64,9 @@ class ChildContext:
     defer_limit: int = 0
     #: Sends the early ack before a task starts (a connection held by this process).
     ack: Any = None
+    #: Whether the current job's small SUCCESS result goes back to the controller (it has a
+    #: backlog, so results are batched) or is stored here at once (lower latency when idle).
+    defer_now: bool = True
 
 
 def child_init(app: Any, hostname: str, defer_limit: int = 0) -> ChildContext:
@@ -132,6 +135,7 @@ def run_job(ctx: ChildContext, payload: tuple[Any, ...]) -> tuple[Any, ...]:
     restored. If Redis refuses it, the task runs anyway (as Celery's would) and the summary
     is wrapped as ``(ACK_FAILED, tag, summary)`` for the controller to retry the ack."""
     ack_tag = payload[8]
+    ctx.defer_now = bool(payload[9])
     if ack_tag is not None:
         try:
             faults.hit("before_ack")
@@ -143,7 +147,7 @@ def run_job(ctx: ChildContext, payload: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _run(ctx: ChildContext, payload: tuple[Any, ...]) -> tuple[Any, ...]:
-    _task_id, name, headers, body, ctype, cenc, _delivery, _props, _ack = payload
+    _task_id, name, headers, body, ctype, cenc, _delivery, _props, _ack, _defer = payload
     envelope = Envelope(body, ctype, cenc, headers, {})
     try:
         args, kwargs, embed = decode_task_body(envelope, ctx.accept, ctx.max_size)
@@ -192,13 +196,19 @@ def _store(
         return None
     limit = ctx.app.conf.result_traceback_limit
     if traceback and limit is not None:
-        traceback = traceback[-int(limit) :]
+        traceback = traceback[-int(limit) :] if int(limit) > 0 else None
     children = [c.as_tuple() for c in request.children]
     if ctx.defer_limit and state == states.SUCCESS:
         meta = build_meta(request.id, state, value, None, children, _extended(ctx, task, request))
         text = dumps_meta(meta)
         if len(text) <= ctx.defer_limit:
-            return text
+            if ctx.defer_now:
+                return text
+            try:  # idle controller: store now, on the backend's held connection
+                backend.store_many([(request.id, text)])
+            except Exception:
+                logger.exception("Could not store the result of %s[%s]", task.name, request.id)
+            return None
     try:
         backend.store_result(
             request.id, value, state, traceback, children, _extended(ctx, task, request)
