@@ -206,8 +206,12 @@ def _store(
                 return text
             try:  # idle controller: store now, on the backend's held connection
                 backend.store_many([(request.id, text)])
-            except Exception:
-                logger.exception("Could not store the result of %s[%s]", task.name, request.id)
+            except Exception as exc:
+                # Hand it to the controller's writer, which retries until it goes through
+                # (and sends a late ack only after it): a result is never dropped here.
+                logger.warning("Could not store the result of %s[%s] (%s); retrying it in "
+                               "the worker", task.name, request.id, exc)
+                return text
             return None
     try:
         backend.store_result(
