@@ -156,6 +156,7 @@ def build_runtime(app: Any, opts: dict[str, Any], embed: bool) -> Any:
             max_tasks_per_child=opts.get("max_tasks_per_child"),
             max_memory_per_child=opts.get("max_memory_per_child"),
             prefetch_multiplier=opts.get("prefetch_multiplier"),
+            soft_shutdown_timeout=opts.get("soft_shutdown_timeout"),
             watch_cluster=embed,
         ),
     )
@@ -210,6 +211,11 @@ def check_broker(app: Any) -> None:
 @click.option("--prefetch-multiplier", type=click.IntRange(min=0))
 @click.option("--max-tasks-per-child", type=click.IntRange(min=1))
 @click.option("--max-memory-per-child", type=click.IntRange(min=1), help="KiB.")
+@click.option(
+    "--soft-shutdown-timeout",
+    type=click.FloatRange(min=0),
+    help="On a cold shutdown, seconds running tasks get to finish first (default 0).",
+)
 @click.option("--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics.")
 @click.version_option(__version__, prog_name="tq-console")
 @click.pass_context

@@ -94,3 +94,38 @@ def test_cold_shutdown_restores_a_running_acks_late_task_that_completes_after_re
         executions=2,
         **counts.figures(),
     )
+
+
+def test_soft_shutdown_timeout_lets_a_short_task_finish_and_restores_a_long_one(
+    rig: Rig, figures: dict[str, object]
+) -> None:
+    """T08, soft-shutdown variant: ``--soft-shutdown-timeout 3`` with two acks_late tasks
+    running on a cold shutdown (SIGQUIT): the 1 s one finishes inside the window, the 30 s one
+    does not and is restored ("Restoring 1 unacknowledged message(s)"), then completes after a
+    restart: 0 lost, one extra execution (the run cut short)."""
+    app = rig.app()
+    first = rig.worker(concurrency=2, args=["--soft-shutdown-timeout", "3"])
+    short = app.send_task("fault.work_late", kwargs={"seconds": 1.0})
+    long = app.send_task("fault.work_late", kwargs={"seconds": 0.2, "first_seconds": 30})
+    wait_until(
+        lambda: rig.ledger.exec_of(short.id) == 1 and rig.ledger.exec_of(long.id) == 1,
+        30,
+        "both tasks to start",
+    )
+    sent_at = time.monotonic()
+    first.signal(signal.SIGQUIT)
+    code = first.wait(20)
+    exit_s = time.monotonic() - sent_at
+    assert code is not None, "the worker did not leave within the soft-shutdown window"
+    assert 2.5 <= exit_s < 12, exit_s
+    output = first.output()
+    assert "Soft shutdown: 2 running task(s) get 3.0 s to finish" in output, output[-3000:]
+    assert rig.ledger.done_of(short.id) == 1, "the short task was not allowed to finish"
+    assert rig.ledger.done_of(long.id) == 0
+    assert RESTORING.findall(output)[-1:] == ["1"], output[-3000:]
+    rig.worker(concurrency=1)
+    counts = rig.drain(app, [short.id, long.id], 60)
+    assert counts.lost == 0 and counts.stranded == 0, counts.line()
+    assert rig.ledger.exec_of(short.id) == 1
+    assert rig.ledger.exec_of(long.id) == 2
+    figures.update(row="T08-soft", exit_s=round(exit_s, 2), **counts.figures())

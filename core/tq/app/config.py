@@ -61,6 +61,8 @@ DEFAULTS: dict[str, Any] = {
     "worker_max_memory_per_child": None,  # KiB, as Celery
     # tq: finite by default (T18: ~5.7 KB of controller memory per held ETA task); Celery: None
     "worker_eta_task_limit": 10000,
+    # Celery 5.5: on a cold shutdown, running tasks get this many seconds to finish first
+    "worker_soft_shutdown_timeout": 0.0,
     "worker_send_task_events": False,
     "worker_enable_remote_control": True,
     "worker_control_allowlist": None,  # tq: command names a worker accepts (S8)

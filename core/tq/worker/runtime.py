@@ -51,6 +51,8 @@ class RuntimeOptions:
     max_memory_per_child: int | None = None
     prefetch_multiplier: int | None = None
     restore_interval: float | None = None  # seconds between visibility-timeout sweeps
+    #: On a cold shutdown, seconds running tasks get to finish (worker_soft_shutdown_timeout)
+    soft_shutdown_timeout: float | None = None
     heartbeat_interval: float | None = None
     remote_control: bool | None = None
     watch_cluster: bool = False  # follow every worker's events (the console turns it on)
@@ -310,8 +312,28 @@ class Runtime(BrokerCommands):
         controller.stopping = True
         self._log_restored(controller.call(controller.release_unstarted, timeout=30))
         deadline = time.monotonic() + timeout
-        while controller.active and time.monotonic() < deadline and not self._cold.is_set():
+        soft_until: float | None = None
+        while controller.active and time.monotonic() < deadline:
+            if self._cold.is_set():
+                if soft_until is None:
+                    soft = self._soft_shutdown_timeout()
+                    if soft <= 0:
+                        break
+                    logger.warning(
+                        "Soft shutdown: %d running task(s) get %.1f s to finish",
+                        len(controller.active),
+                        soft,
+                    )
+                    soft_until = time.monotonic() + soft
+                if time.monotonic() >= soft_until:
+                    break
             time.sleep(0.05)
+
+    def _soft_shutdown_timeout(self) -> float:
+        value = self.options.soft_shutdown_timeout
+        if value is None:
+            value = self.app.conf.worker_soft_shutdown_timeout
+        return float(value or 0.0)
 
     @staticmethod
     def _log_restored(restored: int) -> None:
