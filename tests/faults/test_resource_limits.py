@@ -114,6 +114,31 @@ def used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
 
+def test_failures_raised_on_a_full_broker_are_stored_once_memory_is_back(rig: Rig) -> None:
+    """T14 (a), failures: acks_late tasks that raise while the broker refuses writes. The
+    child cannot store the FAILURE; it hands it to the controller's writer, which retries it,
+    and the late ack waits for it. Dropping it instead would ack the message with no result."""
+    app = rig.app()
+    ids = [app.send_task("fault.leak", args=(f"boom {i}",)).id for i in range(12)]
+    client = rig.broker.client()
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", MAXMEMORY)
+    _fill(client)
+    w = rig.worker(concurrency=2, wait=False, settings={"task_acks_late": True})
+    wait_until(lambda: rig.ledger.exec_count() >= len(ids), 40, "every task to run once")
+    wait_until(lambda: "Could not store the FAILURE result" in w.output(), 20, "the warning")
+    assert all(app.AsyncResult(i).state == "PENDING" for i in ids)
+    assert int(client.hlen(app.transport.keys.unacked)) == len(ids), "acked with no result"
+    client.config_set("maxmemory", 0)
+    wait_until(
+        lambda: all(app.AsyncResult(i).state == "FAILURE" for i in ids),
+        30,
+        "every FAILURE to be stored",
+    )
+    wait_until(lambda: client.hlen(app.transport.keys.unacked) == 0, 30, "the late acks")
+    assert rig.ledger.exec_count() == len(ids), "a task ran twice"
+
+
 @pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-ttl", "noeviction"])
 def test_worker_warns_at_startup_when_the_broker_can_evict(
     rig: Rig, policy: str, figures: dict[str, object]

@@ -446,6 +446,8 @@ class Controller:
         req.extra.update(exception=exc_repr, traceback=trace)
         if value[0] == "error":  # the pool reported instead of the task's trace
             self._store(req.id, WorkerLostError(exc_repr), states.FAILURE)
+        elif len(value) > 5 and value[5]:  # the child could not store it: write it from here
+            self._results.append((req.id, value[5]))
         self.events.task(
             "task-failed", req.id, req.name, exc_repr, exception=exc_repr, traceback=trace
         )

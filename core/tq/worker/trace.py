@@ -4,7 +4,7 @@ chord). Returns a small summary tuple to the controller; the result itself goes 
 
 Summaries (first element is the outcome):
     ("SUCCESS", result_repr, runtime)
-    ("FAILURE", exception_repr, traceback, runtime, exception_type)
+    ("FAILURE", exception_repr, traceback, runtime, exception_type, unstored_meta)
     ("RETRY", exception_repr, traceback, runtime)
     ("REJECTED", requeue, reason_repr, runtime)
     ("IGNORED", runtime)
@@ -213,12 +213,21 @@ def _store(
                                "the worker", task.name, request.id, exc)
                 return text
             return None
+    extended = _extended(ctx, task, request)
     try:
-        backend.store_result(
-            request.id, value, state, traceback, children, _extended(ctx, task, request)
+        backend.store_result(request.id, value, state, traceback, children, extended)
+    except Exception as exc:
+        # The controller's writer retries it until it goes through (a late ack waits for
+        # it), so an outage or a full broker never loses a stored outcome.
+        logger.warning(
+            "Could not store the %s result of %s[%s] (%s); retrying it in the worker",
+            state,
+            task.name,
+            request.id,
+            exc,
         )
-    except Exception:
-        logger.exception("Could not store the %s result of %s[%s]", state, task.name, request.id)
+        return dumps_meta(build_meta(request.id, state, value, traceback, children, extended))
+    return None
 
 
 def _workflow(kind: str, *args: Any) -> None:
@@ -320,7 +329,7 @@ def _on_failure(
     ctx: ChildContext, task: Any, request: context.Request, exc: BaseException, start: float
 ) -> tuple[Any, ...]:
     trace = "".join(tb.format_exception(exc))
-    _store(ctx, task, request, exc, states.FAILURE, trace)
+    unstored = _store(ctx, task, request, exc, states.FAILURE, trace)
     _workflow("on_failure", ctx.app, task, request, exc, trace)
     _hook(task.on_failure, exc, request.id, request.args, request.kwargs, None)
     signals.task_failure.send(
@@ -341,6 +350,7 @@ def _on_failure(
         _clip_trace(trace),
         time.perf_counter() - start,
         type(exc).__name__,
+        unstored,
     )
 
 
