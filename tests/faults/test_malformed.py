@@ -279,3 +279,28 @@ def test_compression_bomb_is_dead_lettered_without_inflating(
         dead_reason=meta["reason"],
         child_rss_mb=round(rss / 2**20, 1),
     )
+
+
+def test_a_600_mb_message_is_refused_at_publish_under_the_default_limit(
+    rig: Rig, figures: dict[str, object]
+) -> None:
+    """T21 (b): a 600 MB argument, above Redis's 512 MB ``proto-max-bulk-len``. Under the
+    default ``broker_max_message_size`` (64 MiB) the publish raises a clear error before
+    anything reaches the broker: the broker never sees a bulk it would refuse, and the
+    queue stays empty."""
+    app = rig.app()
+    assert app.conf.broker_max_message_size == 64 * 1024 * 1024
+    rss_before = psutil.Process().memory_info().rss
+    started = time.monotonic()
+    with pytest.raises(ProtocolError, match="over broker_max_message_size") as caught:
+        app.send_task("fault.echo", args=("x" * (600 * 1024 * 1024),))
+    refused_s = time.monotonic() - started
+    assert "send a reference to the data instead" in str(caught.value)
+    assert rig.queue_length(app) == 0
+    info = rig.broker.client().info("stats")
+    assert int(info.get("total_net_input_bytes", 0)) < 64 * 1024 * 1024
+    figures.update(
+        row="T21b",
+        refused_s=round(refused_s, 2),
+        producer_rss_growth_mb=round((psutil.Process().memory_info().rss - rss_before) / 2**20),
+    )
