@@ -23,6 +23,7 @@ from tq.app.result import AsyncResult
 from tq.app.routing import Router
 from tq.app.task import Task, make_task_class
 from tq.exceptions import ConfigurationError
+from tq.protocol import serializers
 from tq.protocol.envelope import uuid4_str
 from tq.protocol.message import TaskSpec, build_task, check_size
 from tq.protocol.serializers import normalize_accept
@@ -191,6 +192,8 @@ class App:
         cached = self._send_defaults
         if cached is None or cached.version != version:
             c = self.conf
+            if serializers.ALIASES.get(c.task_serializer) == serializers.AUTH:
+                self._ensure_auth()
             cached = self._send_defaults = SendDefaults(
                 version=version,
                 priority=c.task_default_priority,
@@ -344,7 +347,76 @@ class App:
 
     @property
     def accept_content(self) -> frozenset[str]:
-        return normalize_accept(self.conf.accept_content)
+        accept = normalize_accept(self.conf.accept_content)
+        if serializers.AUTH in accept:
+            self._ensure_auth()
+        return accept
+
+    # -- message signing (RELIABILITY.md S9) --------------------------------------------------
+    def setup_security(
+        self,
+        allowed_serializers: Sequence[str] | None = None,
+        key: str | None = None,
+        key_password: str | bytes | None = None,
+        cert: str | None = None,
+        store: str | None = None,
+        digest: str | None = None,
+        serializer: str = "json",
+    ) -> None:
+        """Sign every task message with ``security_key`` and verify received ones against
+        ``security_cert_store``: Celery's ``auth`` serializer, same wire format.
+
+        Sets ``task_serializer='auth'`` and ``accept_content=['auth']``, so unsigned,
+        tampered, or unknown-signer messages are refused and dead-lettered. As in Celery the
+        serializer is registered for the whole process. ``allowed_serializers`` is accepted
+        for Celery's signature; it never widens ``accept_content``.
+
+        Arguments default to the ``security_*`` settings; ``serializer`` is the inner format
+        that is signed (json or msgpack).
+
+        Raises:
+            ConfigurationError: cryptography is not installed, a setting is missing, or the
+                key, certificate or store cannot be loaded.
+        """
+        c = self.conf
+        for name, value in (
+            ("security_key", key),
+            ("security_key_password", key_password),
+            ("security_certificate", cert),
+            ("security_cert_store", store),
+            ("security_digest", digest),
+        ):
+            if value is not None:
+                c[name] = value
+        self._setup_auth(serializer)
+        c.task_serializer = "auth"
+        c.accept_content = ["auth"]
+
+    def _ensure_auth(self) -> None:
+        if serializers.AUTH not in serializers.SERIALIZERS:
+            self._setup_auth("json")
+
+    def _setup_auth(self, serializer: str) -> None:
+        from tq.protocol import signing
+
+        c = self.conf
+        missing = [
+            n for n in ("security_key", "security_certificate", "security_cert_store") if not c[n]
+        ]
+        if missing:
+            raise ConfigurationError(
+                "the auth serializer (message signing) needs security_key, "
+                f"security_certificate and security_cert_store; missing: {', '.join(missing)}"
+            )
+        signer = signing.Signer(
+            c.security_key,
+            c.security_certificate,
+            c.security_cert_store,
+            digest=c.security_digest or "sha256",
+            key_password=c.security_key_password,
+            serializer=serializer,
+        )
+        signing.register(signer)
 
     def close(self) -> None:
         for part in (self._transport, self._backend):

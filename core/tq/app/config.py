@@ -82,6 +82,12 @@ DEFAULTS: dict[str, Any] = {
     "control_exchange": "celery",
     "event_exchange": "celeryev",
     "event_serializer": "json",
+    # Celery's message signing (task_serializer='auth', app.setup_security(); S9)
+    "security_key": None,
+    "security_key_password": None,
+    "security_certificate": None,
+    "security_cert_store": None,
+    "security_digest": "sha256",
     "include": (),
     "imports": (),
 }
@@ -118,6 +124,9 @@ OLD_NAMES: dict[str, str] = {
     "CELERY_SEND_EVENTS": "worker_send_task_events",
     "CELERY_IMPORTS": "imports",
     "CELERY_INCLUDE": "include",
+    "CELERY_SECURITY_KEY": "security_key",
+    "CELERY_SECURITY_CERTIFICATE": "security_certificate",
+    "CELERY_SECURITY_CERT_STORE": "security_cert_store",
 }
 
 #: Environment variables that override settings.

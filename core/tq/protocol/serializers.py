@@ -22,12 +22,15 @@ from tq.exceptions import ContentDisallowed, DecodeError, ProtocolError
 JSON = "application/json"
 MSGPACK = "application/x-msgpack"
 PICKLE = "application/x-python-serialize"
+#: Celery's ``auth`` serializer (signed bodies, tq.protocol.signing); registered on set-up.
+AUTH = "application/data"
 
 #: Short names users write in ``accept_content`` / ``task_serializer`` → content types.
 ALIASES = {
     "json": JSON,
     "msgpack": MSGPACK,
     "pickle": PICKLE,
+    "auth": AUTH,
     JSON: JSON,
     MSGPACK: MSGPACK,
     PICKLE: PICKLE,
@@ -187,13 +190,22 @@ SERIALIZERS: dict[str, Serializer] = {
 }
 
 
+def _not_set_up(ctype: str) -> str:
+    if ctype == AUTH:
+        return (
+            "the auth serializer is not set up (set security_key, security_certificate and "
+            "security_cert_store, then call app.setup_security())"
+        )
+    return f"no deserializer for content type {ctype}"
+
+
 def content_type_of(name: str) -> str:
     """The content type for a serializer name (``json`` → ``application/json``)."""
     try:
         return ALIASES[name]
     except KeyError:
         raise ProtocolError(
-            f"unknown serializer {name!r}; choose one of json, msgpack, pickle"
+            f"unknown serializer {name!r}; choose one of json, msgpack, pickle, auth"
         ) from None
 
 
@@ -206,7 +218,10 @@ def normalize_accept(accept: Iterable[str] | None) -> frozenset[str]:
 
 def dumps(value: Any, serializer: str = "json") -> tuple[str, str, bytes]:
     """Serialize ``value``; returns ``(content_type, content_encoding, payload)``."""
-    ser = SERIALIZERS[content_type_of(serializer)]
+    ctype = content_type_of(serializer)
+    ser = SERIALIZERS.get(ctype)
+    if ser is None:
+        raise ProtocolError(_not_set_up(ctype))
     try:
         return ser.content_type, ser.encoding, ser.dumps(value)
     except (TypeError, ValueError) as exc:
@@ -228,5 +243,5 @@ def loads(payload: bytes, content_type: str | None, accept: frozenset[str]) -> A
         )
     ser = SERIALIZERS.get(ctype)
     if ser is None:
-        raise ContentDisallowed(f"no deserializer for content type {ctype}")
+        raise ContentDisallowed(_not_set_up(ctype))
     return ser.loads(payload)
