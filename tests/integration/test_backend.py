@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -120,24 +121,28 @@ def test_forget_deletes_the_key(backend: RedisBackend, redis_client: redis.Redis
 def test_wait_is_woken_by_the_publish_alone(
     backend: RedisBackend, redis_client: redis.Redis, run_until: Callable[..., Any]
 ) -> None:
-    # Only a PUBLISH, no key: a reader that polled the key would never see it.
+    # Only a PUBLISH, no key: a reader that polled the key would never see it. Channels are
+    # server-wide (not per database), so the id is unique to this run.
+    task_id = f"t-{uuid.uuid4().hex}"
     got: list[dict[str, Any]] = []
-    waiter = threading.Thread(target=lambda: got.append(backend.wait_for("t", timeout=10)),
-                              name="test-waiter")
+    waiter = threading.Thread(
+        target=lambda: got.append(backend.wait_for(task_id, timeout=20)), name="test-waiter"
+    )
     waiter.start()
     try:
-        run_until(lambda: redis_client.pubsub_numsub(meta_key("t"))[0][1] == 1, 5,
+        run_until(lambda: redis_client.pubsub_numsub(meta_key(task_id))[0][1] == 1, 15,
                   "the waiter's SUBSCRIBE")
         payload = json.dumps({"status": "SUCCESS", "result": 7, "traceback": None,
-                              "children": [], "date_done": None, "task_id": "t"})
-        redis_client.publish(meta_key("t"), payload)
+                              "children": [], "date_done": None, "task_id": task_id})
+        redis_client.publish(meta_key(task_id), payload)
         waiter.join(0.8)  # well below the 1 s safety poll: the PUBLISH woke it
         assert not waiter.is_alive()
     finally:
-        waiter.join(15)
+        waiter.join(25)
     assert got[0]["result"] == 7
-    assert not redis_client.exists(meta_key("t"))
-    run_until(lambda: redis_client.pubsub_numsub(meta_key("t"))[0][1] == 0, 5, "UNSUBSCRIBE")
+    assert not redis_client.exists(meta_key(task_id))
+    run_until(lambda: redis_client.pubsub_numsub(meta_key(task_id))[0][1] == 0, 5,
+              "UNSUBSCRIBE")
 
 
 def test_wait_sees_a_result_stored_before_it_started(backend: RedisBackend) -> None:
